@@ -41,7 +41,8 @@ def project_weights(model: nn.Module, scale: float = 1.0) -> int:
         raise ValueError(f"scale must be > 0, got {scale!r}")
     count = 0
     for layer in decoupled_layers(model):
-        layer.weight.mul_(scale / _kernel_norms(layer.weight, layer.norm_eps))
+        norms = layer.weight.flatten(1).norm(dim=1).clamp(min=1e-12)
+        layer.weight.mul_(scale / norms.view(-1, *([1] * (layer.weight.dim() - 1))))
         count += 1
     return count
 
