@@ -29,9 +29,9 @@ class Normalize(nn.Module):
 
     Args:
         num_channels: number of input channels ``C``.
-        mean: one value for every channel or one value per channel;
-            ``None`` means 0.5.
-        std: as ``mean``; every value must be positive. ``None`` means 0.5.
+        mean: a single value for all channels, or one value per channel. ``None``
+            means 0.5.
+        std: as ``mean``, and every value must be positive. ``None`` means 0.5.
 
     Shape:
         - Input: ``(N, C, H, W)``.
@@ -70,7 +70,7 @@ def _channel_values(name: str, values: ChannelStats, default: float, num_channel
     """Convert ``values`` to a float32 tensor of shape ``(num_channels,)``."""
     if values is None:
         values = default
-    tensor = torch.as_tensor(values, dtype=torch.float32).detach().clone().flatten()
+    tensor = torch.as_tensor(values, dtype=torch.float32, device="cpu").detach().clone().flatten()
     if tensor.numel() == 1:
         tensor = tensor.expand(num_channels).clone()
     if tensor.numel() != num_channels:
