@@ -165,7 +165,7 @@ class _DecoupledOperator:
             return radius * batch_mean
         return radius * self.running_norm.to(x_norm.dtype)
 
-    def _respond(self, projection: Tensor, x_norm: Tensor, w_norm: Tensor, weighted: bool):
+    def _respond(self, projection: Tensor, x_norm: Tensor, w_norm: Tensor) -> Tensor:
         radius = self.radius
         x_radius = None
         if radius is not None:
@@ -186,13 +186,7 @@ class _DecoupledOperator:
             radius=radius,
             x_radius=x_radius,
             sigmoid_k=sigmoid_k,
-            projection_is_weighted=weighted,
         )
-
-    def _uses_raw_weight(self) -> bool:
-        # With linear weighting and cosine, h * |w| * <w, x> / (|w| |x|) needs the plain
-        # <w, x>: the kernels are used as they are and no division by |w| is done.
-        return self.weighting == "linear" and self.angular == "cosine"
 
     def _operator_repr(self) -> str:
         parts = [
@@ -313,19 +307,19 @@ class DecoupledConv2d(_DecoupledOperator, nn.Conv2d):
         weight = self.weight
         norm_dtype = _norm_dtype(weight.dtype)
         w_norm = (weight.to(norm_dtype).square().sum(dim=(1, 2, 3)) + self.norm_eps).sqrt()
-        weighted = self._uses_raw_weight()
-        if not weighted:
-            weight = weight / w_norm.to(weight.dtype).view(-1, 1, 1, 1)
+        divisor = dcf.kernel_divisor(w_norm, self.angular, self.weighting)
+        if divisor is not None:
+            weight = weight / divisor.to(weight.dtype).view(-1, 1, 1, 1)
         projection = F.conv2d(x, weight, None, self.stride, padding, self.dilation)
 
         with torch.autocast(x.device.type, enabled=False):
-            squares = x.to(_norm_dtype(x.dtype)).square().sum(dim=1, keepdim=True)
+            squares = dcf.channel_squares(x.to(_norm_dtype(x.dtype)))
             ones = torch.ones((1, 1, *self.kernel_size), dtype=squares.dtype, device=x.device)
             patch_squares = F.conv2d(squares, ones, None, self.stride, padding, self.dilation)
             # Rounding in the convolution can leave tiny negative sums.
             x_norm = (patch_squares.clamp(min=0) + self.norm_eps).sqrt()
 
-        response = self._respond(projection, x_norm, w_norm.view(1, -1, 1, 1), weighted)
+        response = self._respond(projection, x_norm, w_norm.view(1, -1, 1, 1))
         response = response.to(projection.dtype)
         if self.bias is not None:
             response = response + self.bias.to(response.dtype).view(1, -1, 1, 1)
@@ -389,16 +383,16 @@ class DecoupledLinear(_DecoupledOperator, nn.Linear):
         weight = self.weight
         norm_dtype = _norm_dtype(weight.dtype)
         w_norm = (weight.to(norm_dtype).square().sum(dim=1) + self.norm_eps).sqrt()
-        weighted = self._uses_raw_weight()
-        if not weighted:
-            weight = weight / w_norm.to(weight.dtype).unsqueeze(1)
+        divisor = dcf.kernel_divisor(w_norm, self.angular, self.weighting)
+        if divisor is not None:
+            weight = weight / divisor.to(weight.dtype).unsqueeze(1)
         projection = F.linear(input, weight)
 
         with torch.autocast(input.device.type, enabled=False):
             squares = input.to(_norm_dtype(input.dtype)).square().sum(dim=-1, keepdim=True)
             x_norm = (squares + self.norm_eps).sqrt()
 
-        response = self._respond(projection, x_norm, w_norm, weighted)
+        response = self._respond(projection, x_norm, w_norm)
         response = response.to(projection.dtype)
         if self.bias is not None:
             response = response + self.bias.to(response.dtype)
