@@ -1,0 +1,106 @@
+"""Options and value parsers shared by the subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import math
+from collections.abc import Iterable
+from fractions import Fraction
+from pathlib import Path
+
+import torch
+
+from robustdc.cli.errors import UsageError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    """Add --workdir, --device, --seed and --data-dir to a subcommand."""
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("runs"),
+        help="folder for checkpoints and results (default: ./runs)",
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA when available), cpu, cuda or cuda:N (default: auto)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="dataset folder (default: $ROBUSTDC_DATA or ~/.cache/robustdc/data)",
+    )
+
+
+def resolve_device(name: str) -> torch.device:
+    """Turn auto/cpu/cuda/cuda:N into a device, rejecting CUDA when there is none."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise UsageError(f"invalid --device {name!r}; expected one of: auto, cpu, cuda, cuda:N")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise UsageError(
+            f"invalid --device {name!r}; expected one of: auto, cpu, cuda, cuda:N"
+        ) from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name} requested but CUDA is not available; use --device cpu")
+    return device
+
+
+def parse_epsilon(text: str) -> float:
+    """Parse one perturbation budget written as ``0.03`` or ``8/255``, in [0, 1]."""
+    value_text = text.strip()
+    try:
+        if "/" in value_text:
+            numerator, denominator = value_text.split("/", 1)
+            value = float(Fraction(numerator.strip()) / Fraction(denominator.strip()))
+        else:
+            value = float(value_text)
+    except (ValueError, ZeroDivisionError) as err:
+        raise UsageError(
+            f"invalid epsilon {text!r}; write a number in [0, 1] such as 0.03 or 8/255"
+        ) from err
+    if not math.isfinite(value) or not 0 <= value <= 1:
+        hint = f" (did you mean {value_text}/255?)" if 1 < value <= 255 else ""
+        raise UsageError(
+            f"epsilon {text!r} is outside [0, 1]; epsilons are in pixel units of images "
+            f"scaled to [0, 1]{hint}"
+        )
+    return value
+
+
+def parse_epsilons(text: str) -> list[float]:
+    """Parse a comma-separated list of epsilons such as ``0.1,8/255``."""
+    parts = [part for part in text.split(",") if part.strip()]
+    if not parts:
+        raise UsageError(f"invalid epsilon list {text!r}; write e.g. 0.1,8/255")
+    return [parse_epsilon(part) for part in parts]
+
+
+def check_choice(option: str, value: str, allowed: Iterable[str]) -> str:
+    """Return ``value`` if allowed, else raise a UsageError with a did-you-mean hint."""
+    allowed = list(allowed)
+    if value in allowed:
+        return value
+    close = difflib.get_close_matches(value, allowed, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise UsageError(f"unknown {option} {value!r}; expected one of: {', '.join(allowed)}{hint}")
+
+
+def positive_int(text: str) -> int:
+    """argparse type for integers >= 1."""
+    try:
+        value = int(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from err
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
