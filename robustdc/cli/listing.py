@@ -4,15 +4,29 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from pathlib import Path
 
+from robustdc.cli.errors import UsageError
 from robustdc.ops import functional as dcf
 
-TOPICS = ("operators",)
+TOPICS = ("operators", "models", "attacks", "datasets", "results")
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("list", help="print the available operators and more")
     parser.add_argument("topic", choices=TOPICS, help="what to list")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("runs"),
+        help="folder whose results to list (default: ./runs)",
+    )
+    parser.add_argument(
+        "--export",
+        type=Path,
+        default=None,
+        help="with 'results': also write the table to FILE.csv or FILE.parquet",
+    )
     parser.set_defaults(run=run)
 
 
@@ -45,7 +59,75 @@ def operators_table() -> str:
     return f"{magnitudes}\n\n{angulars}\n\n{weightings}"
 
 
+def models_table() -> str:
+    from robustdc.models import list_architectures, list_operators
+
+    rows = [["architectures", ", ".join(list_architectures())]]
+    rows.append(["models (operators)", ", ".join(list_operators())])
+    return format_table(["kind", "names"], rows)
+
+
+def attacks_table() -> str:
+    from robustdc.attacks import ATTACKS
+
+    rows = [
+        [name, info.kind, ", ".join(info.norms), ", ".join(info.libraries)]
+        for name, info in ATTACKS.items()
+    ]
+    return format_table(["attack", "kind", "norms", "libraries"], rows)
+
+
+def datasets_table() -> str:
+    from robustdc.data import DATASETS
+
+    rows = [
+        [
+            info.name,
+            str(info.num_classes),
+            f"{info.in_channels}x{info.image_size}x{info.image_size}",
+            ", ".join(f"{value:.4f}" for value in info.mean),
+        ]
+        for info in DATASETS.values()
+    ]
+    return format_table(["dataset", "classes", "shape", "mean"], rows)
+
+
+def results_listing(workdir: Path, export: Path | None) -> str:
+    from robustdc.cli.evaluate_cmd import results_table
+    from robustdc.results import ResultsFileError, ResultsStore
+
+    try:
+        store = ResultsStore(workdir)
+        frame = store.read()
+        if export is not None:
+            store.export(export)
+    except (ResultsFileError, ValueError, OSError) as err:
+        raise UsageError(str(err)) from err
+    if frame.empty:
+        return f"no results in {store.path}"
+    columns = ["dataset", "model", "training"]
+    text = []
+    for (dataset, model, training), group in frame.groupby(columns, sort=True):
+        text.append(f"{dataset} / {model} / {training}")
+        text.append(results_table(group.to_dict("records")))
+        text.append("")
+    text.append(f"{len(frame)} row(s) in {store.path}")
+    if export is not None:
+        text.append(f"exported to {export}")
+    return "\n".join(text)
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.export is not None and args.topic != "results":
+        raise UsageError("--export works with 'robustdc list results' only")
     if args.topic == "operators":
         print(operators_table())
+    elif args.topic == "models":
+        print(models_table())
+    elif args.topic == "attacks":
+        print(attacks_table())
+    elif args.topic == "datasets":
+        print(datasets_table())
+    else:
+        print(results_listing(args.workdir, args.export))
     return 0
