@@ -480,6 +480,23 @@ def test_decouple_keeps_dtype_and_mode_and_groups():
     assert not model[1].training
 
 
+def test_decouple_vgg_style_inplace_relu_backward():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True), nn.Conv2d(4, 2, 3))
+    decouple(model, magnitude="tanh")
+    assert model[1].inplace is False
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    model(x).sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+def test_inplace_change_of_output_raises_in_backward():
+    layer = DecoupledConv2d(3, 4, 3)
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    output = torch.relu_(layer(x))
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        output.sum().backward()
+
+
 def test_decouple_rejects_bad_operator_before_changing_model():
     model = nn.Sequential(nn.Conv2d(1, 1, 1))
     with pytest.raises(ValueError, match="unknown magnitude"):

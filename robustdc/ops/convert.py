@@ -63,6 +63,7 @@ def decouple(
     initializes a decoupled network. Grouped convolutions (depthwise ones included) are
     kept as they are, because a decoupled patch norm spans all input channels; each one
     is logged. With ``include_linear`` the ``nn.Linear`` layers are replaced too.
+    Activations with ``inplace=True`` are switched to ``inplace=False``.
 
     Args:
         model: any module, torchvision models included.
@@ -97,4 +98,9 @@ def decouple(
             new = convert(child, f"{name}.{child_name}" if name else child_name)
             if new is not None:
                 setattr(module, child_name, new)
+    # A decoupled layer keeps its output for backward, so an in-place activation right
+    # after it (Conv2d then ReLU(inplace=True), as in VGG) would break backward.
+    for module in model.modules():
+        if getattr(module, "inplace", False) is True:
+            module.inplace = False
     return model

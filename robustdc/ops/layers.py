@@ -231,6 +231,11 @@ class DecoupledConv2d(_DecoupledOperator, nn.Conv2d):
 
     Shape:
         input ``(N, C_in, H, W)``, output ``(N, C_out, H_out, W_out)`` as for Conv2d.
+
+    NOTE: for cosine and sqcosine without nonlinear weighting, the layer keeps its
+    output for backward instead of a second tensor of that size. Modifying the output
+    in place (``F.relu(y, inplace=True)``) then makes backward raise PyTorch's
+    "modified by an inplace operation" error; use out-of-place activations.
     """
 
     def __init__(
