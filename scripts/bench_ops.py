@@ -91,6 +91,9 @@ def measure_shape(
         label: activation_bytes(layer, x) / baseline_memory for label, layer in operators.items()
     }
     if mode == "compile":
+        # Every layer instance compiles its own graph; reset so earlier shapes do not
+        # use up dynamo's recompilation limit and silently fall back to eager.
+        torch._dynamo.reset()
         baseline = torch.compile(baseline)
         operators = {label: torch.compile(layer) for label, layer in operators.items()}
 

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from robustdc import __version__
-from robustdc.cli import listing
+from robustdc.cli import evaluate_cmd, listing, train_cmd
 from robustdc.cli.errors import UsageError
 
 logger = logging.getLogger("robustdc")
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"robustdc {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages as well")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (listing,):
+    for module in (evaluate_cmd, listing, train_cmd):
         module.add_parser(commands)
     return parser
 
