@@ -120,7 +120,8 @@ def _specs(args: argparse.Namespace) -> list:
             specs = with_epsilons(specs, parse_epsilons(args.epsilon))
         except ValueError as err:
             raise UsageError(str(err)) from err
-    return specs
+    # A suite with several epsilons for one attack yields duplicates after --epsilon.
+    return list(dict.fromkeys(specs))
 
 
 def _format_percent(value: float) -> str:
@@ -206,6 +207,8 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         evaluator = Evaluator(args.workdir, device=device, data_dir=args.data_dir)
+        # Reject a results file that is not ours before any training starts.
+        evaluator.store.read()
         report = evaluator.evaluate(request)
     except (ValueError, CheckpointError, DatasetNotFoundError, ResultsFileError) as err:
         raise UsageError(str(err)) from err

@@ -492,7 +492,7 @@ def _norm_stats(l2: Tensor, linf: Tensor) -> dict[str, float]:
 def rescale_epsilon(spec: AttackSpec, epsilon: float) -> AttackSpec:
     """Return ``spec`` at another epsilon, with its step size scaled in proportion."""
     step_size = None
-    if spec.step_size is not None and spec.epsilon:
+    if spec.step_size is not None and spec.epsilon and spec.name != "fgsm":
         step_size = spec.step_size * epsilon / spec.epsilon
     return attack_lib.make_spec(
         spec.name,
