@@ -195,20 +195,22 @@ def test_check_adversarial_l2_budget():
 
 def test_deepfool_one_step_flags_unfooled(workdir):
     spec = make_spec("deepfool", norm="l2", steps=1)
-    row = Evaluator(workdir, progress=False).evaluate(_request([spec])).rows[0]
+    request = _request([spec], n_examples=32)
+    row = Evaluator(workdir, progress=False).evaluate(request).rows[0]
     assert row["kind"] == "minimum-norm"
     assert math.isnan(row["epsilon"])
     assert row["n_not_fooled"] > 0
     assert row["deepfool_success_rate"] < 0.95
     assert any("DeepFool flipped only" in w for w in json.loads(row["warnings"]))
     norms = ResultsStore(workdir).load_sample_norms(row)
-    assert len(norms.l2) == N_EXAMPLES
+    assert len(norms.l2) == 32
     assert (norms.l2[~norms.fooled] >= 0).all()
 
 
 def test_deepfool_full_flips_almost_all(workdir):
     spec = make_spec("deepfool", norm="l2")
-    row = Evaluator(workdir, progress=False).evaluate(_request([spec])).rows[0]
+    request = _request([spec], n_examples=32)
+    row = Evaluator(workdir, progress=False).evaluate(request).rows[0]
     assert row["deepfool_success_rate"] >= 0.95
     assert row["l2_median"] > 0
     assert json.loads(row["warnings"]) == []

@@ -34,6 +34,7 @@ KEY = {
     "dataset": "mnist",
     "arch": "cnn9",
     "model": "tanhconv",
+    "angular": "cosine",
     "training": "natural",
     "attack": "bim",
     "norm": "linf",
@@ -56,7 +57,7 @@ APPEND_LOOP = textwrap.dedent(
     seed = 0
     while count == 0 or seed < count:
         row = {
-            "dataset": "mnist", "arch": "cnn9", "model": model, "training": "natural",
+            "dataset": "mnist", "arch": "cnn9", "model": model, "angular": "cosine", "training": "natural",
             "attack": "pgd", "norm": "linf", "epsilon": 0.3, "kind": "white-box",
             "source": "", "seed": seed, "robust_accuracy": seed / 1000,
             "attack_settings": {"padding": "x" * 2000},
@@ -78,7 +79,7 @@ STOP_MID_WRITE = textwrap.dedent(
 
     def row(seed):
         return {
-            "dataset": "mnist", "arch": "cnn9", "model": "m", "training": "natural",
+            "dataset": "mnist", "arch": "cnn9", "model": "m", "angular": "cosine", "training": "natural",
             "attack": "pgd", "norm": "linf", "epsilon": 0.3, "kind": "white-box",
             "source": "", "seed": seed,
         }
@@ -121,6 +122,7 @@ def test_schema_key_columns():
         "dataset",
         "arch",
         "model",
+        "angular",
         "training",
         "attack",
         "norm",

@@ -2,7 +2,7 @@
 
     robustdc evaluate --model tanhconv --attack bim
 
-trains the model with the dataset's defaults when no checkpoint exists (it says so;
+trains the model with the dataset's defaults when no checkpoint exists (and logs that;
 ``--no-train`` makes that an error), runs the attack white-box (plus transfer from
 ``--transfer-from``), checks every result, prints a table and the results file path.
 """

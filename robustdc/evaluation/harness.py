@@ -44,7 +44,7 @@ KINDS = ("white-box", "transfer", "minimum-norm")
 
 @dataclass
 class EvaluationRequest:
-    """What to evaluate: one target model against a list of attacks."""
+    """An evaluation to run: one target model against a list of attacks."""
 
     model: str
     attacks: Sequence[AttackSpec]

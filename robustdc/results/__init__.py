@@ -8,7 +8,7 @@ Example::
     from robustdc.results import ResultsStore
 
     store = ResultsStore("runs")
-    key = {"dataset": "mnist", "arch": "cnn9", "model": "tanhconv",
+    key = {"dataset": "mnist", "arch": "cnn9", "model": "tanhconv", "angular": "cosine",
            "training": "natural", "attack": "bim", "norm": "linf", "epsilon": 0.3,
            "kind": "white-box", "source": "", "seed": 0}
     if not store.has(key):
