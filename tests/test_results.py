@@ -57,7 +57,8 @@ APPEND_LOOP = textwrap.dedent(
     seed = 0
     while count == 0 or seed < count:
         row = {
-            "dataset": "mnist", "arch": "cnn9", "model": model, "angular": "cosine", "training": "natural",
+            "dataset": "mnist", "arch": "cnn9", "model": model, "angular": "cosine",
+            "training": "natural",
             "attack": "pgd", "norm": "linf", "epsilon": 0.3, "kind": "white-box",
             "source": "", "seed": seed, "robust_accuracy": seed / 1000,
             "attack_settings": {"padding": "x" * 2000},
@@ -79,7 +80,8 @@ STOP_MID_WRITE = textwrap.dedent(
 
     def row(seed):
         return {
-            "dataset": "mnist", "arch": "cnn9", "model": "m", "angular": "cosine", "training": "natural",
+            "dataset": "mnist", "arch": "cnn9", "model": "m", "angular": "cosine",
+            "training": "natural",
             "attack": "pgd", "norm": "linf", "epsilon": 0.3, "kind": "white-box",
             "source": "", "seed": seed,
         }
