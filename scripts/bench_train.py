@@ -5,6 +5,7 @@ Run from the repository root:
     python scripts/bench_train.py                       # epoch-time ratios, eager and compiled
     python scripts/bench_train.py --full-mnist          # also train TanhConv on full MNIST
     python scripts/bench_train.py --modes eager --images 512 --repeats 2
+    python scripts/bench_train.py --skip-epochs --sample-seeds 0,1,2   # mnist-sample default
 
 Epoch time. Both models train on the same CIFAR-10 subset (the first ``images`` training
 images from ``--data-dir``, default ``../shared/data``) with the same batch order:
@@ -14,6 +15,10 @@ CNN-9 at width 1 without BatchNorm, as in the adversarial experiments of Liu et 
 for "compile" includes the compilation, then ``repeats`` timed epochs alternating between
 the two models, so that load from other processes hits both alike. The table gives the
 median epoch time of each model and their ratio.
+
+mnist-sample. ``--sample-seeds`` trains the default model of ``robustdc train --model
+tanhconv`` (``default_config("mnist-sample", "tanhconv")``) once per seed and reports the
+test accuracy after each epoch and the wall time of ``train``.
 
 Full MNIST. ``--full-mnist`` trains the TanhConv model of ``robustdc.train.default_config
 ("mnist", "tanhconv")`` with the overrides in :class:`MnistSettings` on the 60,000
@@ -149,6 +154,20 @@ def bench_full_mnist(settings: MnistSettings, data_dir: Path) -> list[list[str]]
     return rows
 
 
+def bench_sample_default(seeds: list[int]) -> list[list[str]]:
+    """Train the default mnist-sample TanhConv model once per seed; return table rows."""
+    rows = []
+    for seed in seeds:
+        config = default_config("mnist-sample", "tanhconv", seed=seed)
+        with tempfile.TemporaryDirectory() as workdir:
+            started = time.perf_counter()
+            result = train(config, workdir, progress=False)
+            total = time.perf_counter() - started
+        accuracies = ", ".join(f"{100 * value:.2f}" for value in result.metrics["test_accuracy"])
+        rows.append([str(seed), accuracies, f"{total:.1f}"])
+    return rows
+
+
 def format_table(header: list[str], rows: list[list[str]]) -> str:
     """Format rows as a Markdown table."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
@@ -166,6 +185,11 @@ def main() -> None:
     parser.add_argument("--modes", default=",".join(epoch_settings.modes))
     parser.add_argument("--skip-epochs", action="store_true", help="skip the epoch timing")
     parser.add_argument("--full-mnist", action="store_true", help="train on full MNIST too")
+    parser.add_argument(
+        "--sample-seeds",
+        default="",
+        help="comma-separated seeds: train the default mnist-sample TanhConv model with each",
+    )
     args = parser.parse_args()
     epoch_settings.images = args.images
     epoch_settings.repeats = args.repeats
@@ -184,6 +208,11 @@ def main() -> None:
         )
         header = ["mode", "baseline s/epoch", "tanhconv s/epoch", "ratio", "tanhconv epochs (s)"]
         print(format_table(header, bench_epochs(epoch_settings, args.data_dir)))
+    seeds = [int(seed) for seed in args.sample_seeds.split(",") if seed.strip()]
+    if seeds:
+        print("\nDefault mnist-sample TanhConv model (robustdc train --model tanhconv)\n")
+        header = ["seed", "test accuracy % per epoch", "wall s"]
+        print(format_table(header, bench_sample_default(seeds)))
     if args.full_mnist:
         print(
             f"\nFull MNIST, TanhConv CNN-9 width {mnist_settings.width:g} with BatchNorm, "
