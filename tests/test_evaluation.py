@@ -209,8 +209,7 @@ def test_deepfool_one_step_flags_unfooled(workdir):
 
 def test_deepfool_full_flips_almost_all(workdir):
     spec = make_spec("deepfool", norm="l2")
-    request = _request([spec], n_examples=32)
-    row = Evaluator(workdir, progress=False).evaluate(request).rows[0]
+    row = Evaluator(workdir, progress=False).evaluate(_request([spec])).rows[0]
     assert row["deepfool_success_rate"] >= 0.95
     assert row["l2_median"] > 0
     assert json.loads(row["warnings"]) == []
