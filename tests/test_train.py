@@ -40,6 +40,7 @@ from robustdc.train import (
     load_checkpoint,
     train,
 )
+from robustdc.train.calibration import calibrate_running_stats
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -417,6 +418,24 @@ def test_adapter_rejects_invalid(kwargs: dict[str, object], match: str) -> None:
         adversarial_examples(
             model, torch.rand(2, 1, 2, 2), torch.zeros(2, dtype=torch.long), **kwargs
         )
+
+
+def test_calibration_matches_batch_statistics() -> None:
+    torch.manual_seed(0)
+    model = _small_model().eval()
+    parameters = {key: value.clone() for key, value in model.named_parameters()}
+    x = load_dataset("mnist-sample", "train", limit=64).images.float() / 255
+
+    assert calibrate_running_stats(model, [x]) == 1
+
+    assert not model.training
+    for key, value in model.named_parameters():
+        assert torch.equal(value, parameters[key]), f"calibration changed {key}"
+    eval_logits = model(x)
+    train_logits = model.train()(x)
+    # After one calibration batch the running statistics are that batch's statistics,
+    # up to BatchNorm's unbiased variance, so eval mode reproduces train mode.
+    torch.testing.assert_close(eval_logits, train_logits, rtol=1e-3, atol=1e-3)
 
 
 # ---------------------------------------------------------------------------

@@ -151,7 +151,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"reused the finished checkpoint ({result.config.epochs} epochs)")
     test_accuracy = float(result.metrics["test_accuracy"].iloc[-1])
     print(f"checkpoint: {result.checkpoint_dir}")
-    print(f"test accuracy: {100 * test_accuracy:.2f}% after {result.config.epochs} epochs")
+    epochs = result.config.epochs
+    unit = "epoch" if epochs == 1 else "epochs"
+    print(f"test accuracy: {100 * test_accuracy:.2f}% after {epochs} {unit}")
     return 0
 
 

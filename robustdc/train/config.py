@@ -66,9 +66,13 @@ _MAX_SEED = 2**32 - 1
 #   docs/benchmarks.md). A second epoch adds about one point and doubles the time.
 #   PGD training uses 10 steps to stay cheap, of 0.075 = 2.5 * epsilon / steps each, so
 #   that the steps can cross the epsilon ball from any random start.
-# mnist, fashion-mnist: CNN-9 at half width with BatchNorm, Adam, lr divided by 10
-#   after epochs 6 and 8 of 10. Epsilon 0.3 (MNIST) and 0.1 (Fashion-MNIST) are the
-#   budgets most often used for these datasets. PGD uses 40 steps of 0.01.
+# mnist: the mnist-sample network with the lr divided by 10 after epoch 2 of 3. With
+#   seed 0 it reached 99.43% test accuracy on the 10,000 MNIST test images in 231 s on a
+#   2-core CPU (docs/benchmarks.md).
+# fashion-mnist: CNN-9 at half width with BatchNorm, lr divided by 10 after epochs 6 and
+#   8 of 10, because Fashion-MNIST is harder than MNIST. NOTE: not measured.
+# Epsilon 0.3 (MNIST) and 0.1 (Fashion-MNIST) are the budgets most often used for these
+#   datasets. PGD uses 40 steps of 0.01.
 # cifar10, cifar100: full-width CNN-9 without BatchNorm and Adam, the network and
 #   optimizer of the adversarial experiments of Liu et al. (2018), with the standard
 #   pad-4 crop and flip augmentation; lr divided by 10 after epochs 30 and 40 of 50.
@@ -101,9 +105,10 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
         "pgd_step_size": 0.075,
     },
     "mnist": {
-        "epochs": 10,
-        "lr_milestones": (6, 8),
-        "width": 0.5,
+        "epochs": 3,
+        "batch_size": 64,
+        "lr_milestones": (2,),
+        "width": 0.25,
         "batch_norm": True,
         "augment": False,
         "epsilon": 0.3,
@@ -163,7 +168,7 @@ class TrainConfig:
         lr: initial learning rate, > 0.
         lr_milestones: epochs after which the learning rate is divided by 10, strictly
             increasing. Empty: divide by 10 when the training loss has not improved for
-            two epochs (``ReduceLROnPlateau``).
+            more than two epochs (``ReduceLROnPlateau`` with patience 2).
         weight_decay: L2 weight decay of the optimizer, >= 0.
         epsilon: L-infinity budget of adversarial training in [0, 1] pixel units, in
             (0, 1]. ``None`` for natural training.

@@ -78,7 +78,7 @@ CALIBRATION_BATCHES = 20
 SGD_MOMENTUM = 0.9
 #: Factor applied to the learning rate at a milestone or on a plateau.
 LR_FACTOR = 0.1
-#: Epochs without a lower training loss before ReduceLROnPlateau divides the lr.
+#: ReduceLROnPlateau divides the lr after more than this many epochs without a lower loss.
 PLATEAU_PATIENCE = 2
 #: Batch size of test-accuracy evaluation; it only affects speed and memory.
 EVAL_BATCH_SIZE = 500
