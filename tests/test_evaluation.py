@@ -103,7 +103,7 @@ def test_identity_attack_fails_bite_check(workdir):
     with pytest.raises(AssertionError):
         assert_attack_bites(row)
     warnings = json.loads(row["warnings"])
-    assert any("returned every input unchanged" in w for w in warnings)
+    assert any("returned every correctly classified input unchanged" in w for w in warnings)
     assert any("huge epsilon" in w for w in warnings)
     assert row["robust_accuracy"] == row["clean_accuracy"]
 
@@ -275,3 +275,23 @@ def test_missing_checkpoint_without_training(tmp_path):
     request = _request([make_spec("fgsm", epsilon=0.1)])
     with pytest.raises(Exception, match="no finished checkpoint"):
         Evaluator(tmp_path, progress=False).evaluate(replace(request, allow_train=False))
+
+
+def test_sanity_values_stay_with_their_model(workdir):
+    evaluator = Evaluator(workdir, progress=False)
+    spec = make_spec("fgsm", epsilon=0.1)
+
+    first = evaluator.evaluate(_request([spec], transfer_from="baseline")).rows
+    second = evaluator.evaluate(_request([spec], model="baseline", transfer_from="tanhconv")).rows
+
+    assert {row["kind"] for row in first} == {"white-box", "transfer"}
+    second_rows = {row["kind"]: row for row in second}
+    # The second white-box row runs before its own transfer row exists, so it has no
+    # transfer value to compare with. Before the cache was reset per request, it took
+    # the first model's transfer row.
+    assert second_rows["transfer"]["transfer_robust_accuracy"] == pytest.approx(
+        second_rows["transfer"]["robust_accuracy"]
+    )
+    assert "transfer_robust_accuracy" not in second_rows["white-box"] or math.isnan(
+        second_rows["white-box"]["transfer_robust_accuracy"]
+    )

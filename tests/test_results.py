@@ -42,6 +42,7 @@ KEY = {
     "kind": "white-box",
     "source": "",
     "seed": 0,
+    "checkpoint": "cnn9-tanhconv-cosine-natural",
 }
 DEEPFOOL_KEY = {**KEY, "attack": "deepfool", "norm": "l2", "epsilon": None, "kind": "minimum-norm"}
 
@@ -60,7 +61,7 @@ APPEND_LOOP = textwrap.dedent(
             "dataset": "mnist", "arch": "cnn9", "model": model, "angular": "cosine",
             "training": "natural",
             "attack": "pgd", "norm": "linf", "epsilon": 0.3, "kind": "white-box",
-            "source": "", "seed": seed, "robust_accuracy": seed / 1000,
+            "source": "", "seed": seed, "checkpoint": "c", "robust_accuracy": seed / 1000,
             "attack_settings": {"padding": "x" * 2000},
         }
         store.append([row])
@@ -83,7 +84,7 @@ STOP_MID_WRITE = textwrap.dedent(
             "dataset": "mnist", "arch": "cnn9", "model": "m", "angular": "cosine",
             "training": "natural",
             "attack": "pgd", "norm": "linf", "epsilon": 0.3, "kind": "white-box",
-            "source": "", "seed": seed,
+            "source": "", "seed": seed, "checkpoint": "c",
         }
 
     store = ResultsStore(sys.argv[1])
@@ -132,6 +133,7 @@ def test_schema_key_columns():
         "kind",
         "source",
         "seed",
+        "checkpoint",
     )
 
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
 import torch
 
+from robustdc import distributed
 from robustdc.cli.errors import UsageError
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -53,6 +55,22 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {name} requested but CUDA is not available; use --device cpu")
     return device
+
+
+@contextlib.contextmanager
+def torchrun_device(device: torch.device) -> Iterator[torch.device]:
+    """Join the torchrun launch of this process, if any, and yield this rank's device.
+
+    See :func:`robustdc.distributed.process_group`. Its errors while joining, such as
+    ``--device cuda:1`` under torchrun, become UsageErrors; errors of the body pass.
+    """
+    stack = contextlib.ExitStack()
+    try:
+        rank_device = stack.enter_context(distributed.process_group(device))
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    with stack:
+        yield rank_device
 
 
 def parse_epsilon(text: str) -> float:

@@ -5,6 +5,10 @@
 trains the model with the dataset's defaults when no checkpoint exists (and logs that;
 ``--no-train`` makes that an error), runs the attack white-box (plus transfer from
 ``--transfer-from``), checks every result, prints a table and the results file path.
+
+Under ``torchrun --nproc_per_node=N`` the N processes share the attack batches out
+among themselves, and rank 0 gathers the per-sample results, writes the same rows as
+one process and prints.
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ import math
 import time
 from pathlib import Path
 
+from robustdc import distributed
 from robustdc.cli.common import (
     add_common_options,
     check_choice,
     parse_epsilons,
     positive_int,
     resolve_device,
+    torchrun_device,
 )
 from robustdc.cli.errors import UsageError
 from robustdc.cli.listing import format_table
@@ -84,6 +90,14 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--no-sanity-checks",
         action="store_true",
         help="skip the gradient-masking sanity checks (faster, less trustworthy)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=256,
+        help="examples per attack batch (default: 256); random starts are seeded per "
+        "batch, so it changes the draws of random attacks. Under torchrun the "
+        "processes share out whole batches",
     )
     add_common_options(parser)
     parser.set_defaults(run=run)
@@ -204,12 +218,16 @@ def run(args: argparse.Namespace) -> int:
         force=args.force,
         allow_train=not args.no_train,
         sanity_checks=not args.no_sanity_checks,
+        batch_size=args.batch_size,
     )
     try:
-        evaluator = Evaluator(args.workdir, device=device, data_dir=args.data_dir)
-        # Reject a results file that is not ours before any training starts.
-        evaluator.store.read()
-        report = evaluator.evaluate(request)
+        with torchrun_device(device) as rank_device:
+            evaluator = Evaluator(args.workdir, device=rank_device, data_dir=args.data_dir)
+            # Reject a results file that is not ours before any training starts.
+            evaluator.store.read()
+            report = evaluator.evaluate(request)
+            if not distributed.is_main_process():
+                return 0
     except (ValueError, CheckpointError, DatasetNotFoundError, ResultsFileError) as err:
         raise UsageError(str(err)) from err
     except InvariantError as err:

@@ -3,6 +3,10 @@
 Options that are not given keep the defaults of the dataset (see
 :func:`robustdc.train.default_config`). The checkpoint goes to
 ``<workdir>/models/<dataset>/<name>/``.
+
+Under ``torchrun --nproc_per_node=N`` the command trains data-parallel over the N
+processes (see :mod:`robustdc.train.parallel`); ``--batch-size`` stays the batch of one
+step over all processes, and rank 0 writes the checkpoint and prints.
 """
 
 from __future__ import annotations
@@ -10,12 +14,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from robustdc import distributed
 from robustdc.cli.common import (
     add_common_options,
     check_choice,
     parse_epsilon,
     positive_int,
     resolve_device,
+    torchrun_device,
 )
 from robustdc.cli.errors import UsageError
 from robustdc.data import DATASETS, DEFAULT_DATASET, DatasetFormatError, DatasetNotFoundError
@@ -86,7 +92,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="PGD step size in [0, 1] pixel units, e.g. 0.01 or 2/255",
     )
     parser.add_argument(
-        "--batch-size", type=positive_int, default=None, help="examples per optimizer step"
+        "--batch-size",
+        type=positive_int,
+        default=None,
+        help="examples per optimizer step, summed over all processes under torchrun",
     )
     parser.add_argument("--lr", type=float, default=None, help="initial learning rate")
     parser.add_argument(
@@ -118,6 +127,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="fail instead of downloading a missing dataset",
     )
+    parser.add_argument(
+        "--sync-batch-norm",
+        action="store_true",
+        help="under torchrun on GPUs, normalize with the batch statistics of all "
+        "processes (nn.SyncBatchNorm) instead of each process's own",
+    )
     add_common_options(parser)
     parser.set_defaults(run=run)
 
@@ -137,13 +152,17 @@ def run(args: argparse.Namespace) -> int:
         config = default_config(
             dataset, model, angular=angular, arch=arch, training=training, **overrides
         )
-        result = train(
-            config,
-            args.workdir,
-            device=device,
-            data_dir=args.data_dir,
-            download=not args.no_download,
-        )
+        with torchrun_device(device) as rank_device:
+            result = train(
+                config,
+                args.workdir,
+                device=rank_device,
+                data_dir=args.data_dir,
+                download=not args.no_download,
+                sync_batch_norm=args.sync_batch_norm,
+            )
+            if not distributed.is_main_process():
+                return 0
     except (ValueError, CheckpointError, DatasetNotFoundError, DatasetFormatError) as err:
         raise UsageError(" ".join(str(err).split())) from err
 

@@ -10,6 +10,13 @@ For one target model and a list of attack specs, the harness
    restart fooled it;
 5. runs the sanity checks of :mod:`robustdc.evaluation.sanity`;
 6. appends one row per evaluation to the results store as soon as it is finished.
+
+When torch's default process group has more than one rank (``torchrun``), every rank
+runs the same request. The ranks share out the clean predictions, the attacks and the
+sanity checks batch by batch, gather the per-sample results (see
+:mod:`robustdc.evaluation.sharding`) and compute the same rows, and rank 0 alone reads
+the stored rows to skip and writes the new ones. A rank that fails makes every rank
+raise :class:`~robustdc.distributed.RankFailedError` before the row is written.
 """
 
 from __future__ import annotations
@@ -29,10 +36,12 @@ from torch import Tensor, nn
 
 import robustdc
 from robustdc import attacks as attack_lib
+from robustdc import distributed
 from robustdc.attacks import AttackSpec
 from robustdc.data import load_dataset
 from robustdc.evaluation import sanity
 from robustdc.evaluation.checks import ModelSnapshot, check_adversarial, perturbation_norms
+from robustdc.evaluation.sharding import AttackedExamples, merge_shards
 from robustdc.results import ResultsStore
 from robustdc.train import TrainConfig, default_config, find_or_train
 
@@ -40,6 +49,8 @@ logger = logging.getLogger(__name__)
 
 BOUNDS = (0.0, 1.0)
 KINDS = ("white-box", "transfer", "minimum-norm")
+#: Attacks whose output is their last iterate, so they perturb every input they attack.
+ITERATE_ATTACKS = ("fgsm", "bim", "pgd")
 
 
 @dataclass
@@ -55,6 +66,9 @@ class EvaluationRequest:
     n_examples: int | None = 1000
     transfer_from: str | None = None
     seed: int = 0
+    #: Training seed of the transfer source; ``None``: ``seed``. A different seed gives a
+    #: separately trained source, so a target can be attacked by its own architecture.
+    transfer_seed: int | None = None
     force: bool = False
     allow_train: bool = True
     batch_size: int = 256
@@ -67,7 +81,6 @@ class EvaluationRequest:
 class Outcome:
     """Per-sample result of one attack on the evaluated examples."""
 
-    x_adv: Tensor
     robust: Tensor  # bool (N,): correct clean and not fooled
     fooled: Tensor  # bool (N,): correct clean and fooled
     l2: Tensor
@@ -129,14 +142,20 @@ class Evaluator:
 
     # -- models and data ---------------------------------------------------------------
 
-    def _model(self, request: EvaluationRequest, operator: str, report: EvaluationReport):
+    def _model(
+        self,
+        request: EvaluationRequest,
+        operator: str,
+        report: EvaluationReport,
+        seed: int | None = None,
+    ):
         config = default_config(
             request.dataset,
             operator,
             angular=request.angular if operator != "baseline" else "cosine",
             arch=request.arch,
             training=request.training,
-            **{"seed": request.seed, **request.train_overrides},
+            **{**request.train_overrides, "seed": request.seed if seed is None else seed},
         )
         model, config, trained = find_or_train(
             config,
@@ -182,38 +201,71 @@ class Evaluator:
         success = None if output.success is None else output.success.detach().cpu().bool()
         return x_adv, dict(output.info), float(output.seconds), success
 
-    def _outcome(
+    def _attack_examples(
         self,
+        attacked: nn.Module,
         target: nn.Module,
         images: Tensor,
         labels: Tensor,
-        clean_correct: Tensor,
-        x_adv: Tensor,
-        info: dict[str, Any],
-        seconds: float,
-    ) -> Outcome:
-        adversarial_correct = _predict(target, x_adv, 256) == labels
-        robust = clean_correct & adversarial_correct
-        fooled = clean_correct & ~adversarial_correct
-        l2, linf = perturbation_norms(images, x_adv)
-        return Outcome(x_adv, robust, fooled, l2, linf, info, seconds)
+        spec: AttackSpec,
+        seed: int,
+    ) -> AttackedExamples:
+        """Attack ``attacked`` and classify the results with ``target``, per sample.
+
+        Each rank takes its share of whole batches; the results of all ranks are
+        gathered, in example order, on every rank.
+        """
+        start, stop = distributed.shard_range(len(labels), self.batch_size)
+
+        def attack_shard() -> AttackedExamples | None:
+            if start == stop:
+                return None
+            x, y = images[start:stop], labels[start:stop]
+            x_adv, info, seconds, success = self._attack(attacked, x, y, spec, seed)
+            adversarial_correct = _predict(target, x_adv, self.batch_size) == y
+            l2, linf = perturbation_norms(x, x_adv)
+            return AttackedExamples(adversarial_correct, l2, linf, success, info, seconds)
+
+        return merge_shards(distributed.run_and_gather(f"attack {spec.label}", attack_shard))
+
+    def _clean_correct(self, target: nn.Module, images: Tensor, labels: Tensor) -> Tensor:
+        """Return whether ``target`` classifies each clean image correctly."""
+        start, stop = distributed.shard_range(len(labels), self.batch_size)
+        shards = distributed.run_and_gather(
+            "clean predictions",
+            lambda: _predict(target, images[start:stop], self.batch_size),
+        )
+        return torch.cat(shards) == labels
+
+    def _zero_gradient_fraction(self, model: nn.Module, images: Tensor, labels: Tensor) -> float:
+        start, stop = distributed.shard_range(len(labels), self.batch_size)
+        counts = distributed.run_and_gather(
+            "zero-gradient count",
+            lambda: sanity.count_zero_gradients(
+                model, images[start:stop], labels[start:stop], self.batch_size
+            ),
+        )
+        return sum(counts) / max(1, len(labels))
 
     # -- the request -------------------------------------------------------------------
 
     def evaluate(self, request: EvaluationRequest) -> EvaluationReport:
         """Run every (attack, kind) of ``request`` that the store does not hold yet."""
         report = EvaluationReport(results_path=self.store.path)
+        # The sanity cache lives for one request: its keys name models by id(), which
+        # Python reuses once a model is freed, and rows by attack label alone.
+        self._cache = {}
         self.batch_size = request.batch_size
         torch.manual_seed(request.seed)
         target, target_config = self._model(request, request.model, report)
         models = _Models(target, target_config)
         if request.transfer_from is not None:
             models.source, models.source_config = self._model(
-                request, request.transfer_from, report
+                request, request.transfer_from, report, seed=request.transfer_seed
             )
 
         images, labels = self._examples(request)
-        clean_correct = _predict(target, images, request.batch_size) == labels
+        clean_correct = self._clean_correct(target, images, labels)
         clean_accuracy = float(clean_correct.float().mean()) if len(labels) else math.nan
         logger.info(
             "%s: clean accuracy %.2f%% on %d test examples of %s",
@@ -231,6 +283,8 @@ class Evaluator:
             for kind in kinds:
                 key = context.key(spec, kind)
                 stored = None if request.force else self.store.get(key)
+                # Rank 0 decides, so that all ranks skip the same rows.
+                stored = distributed.broadcast_object(stored, f"stored row {spec.label} {kind}")
                 if stored is not None:
                     report.reused.append(stored)
                     logger.info(
@@ -238,7 +292,8 @@ class Evaluator:
                     )
                     continue
                 row = self._evaluate_one(context, spec, kind)
-                self.store.append([row], replace=request.force)
+                if distributed.is_main_process():
+                    self.store.append([row], replace=request.force)
                 report.rows.append(row)
         return report
 
@@ -247,23 +302,25 @@ class Evaluator:
         target = context.models.target
         attacked = context.models.source if kind == "transfer" else target
         logger.info("running %s (%s) on %d examples", spec.label, kind, len(context.labels))
-        x_adv, info, seconds, library_success = self._attack(
-            attacked, context.images, context.labels, spec, request.seed
-        )
         if kind == "transfer":
             # The target only classifies the transferred examples: no gradient reaches it.
             target_snapshot = ModelSnapshot.take(target)
-        outcome = self._outcome(
-            target,
-            context.images,
-            context.labels,
-            context.clean_correct,
-            x_adv,
-            info,
-            seconds,
+        attacked_examples = self._attack_examples(
+            attacked, target, context.images, context.labels, spec, request.seed
         )
         if kind == "transfer":
             target_snapshot.verify(target, spec.label)
+        info = attacked_examples.info
+        library_success = attacked_examples.success
+        correct = context.clean_correct
+        outcome = Outcome(
+            robust=correct & attacked_examples.adversarial_correct,
+            fooled=correct & ~attacked_examples.adversarial_correct,
+            l2=attacked_examples.l2,
+            linf=attacked_examples.linf,
+            info=info,
+            seconds=attacked_examples.seconds,
+        )
         if kind == "minimum-norm" and library_success is not None:
             # A minimum-norm attack that reports failure may return any point (foolbox's
             # Carlini-Wagner returns an all-zero image): its norm is no minimal norm.
@@ -282,9 +339,12 @@ class Evaluator:
             attack_settings=json.dumps(info, sort_keys=True, default=str),
         )
         warnings: list[str] = []
-        changed = int((outcome.l2 > 0).sum())
-        if spec.epsilon is not None and spec.epsilon > 0:
-            warning = sanity.check_unchanged(changed, n, spec.label)
+        # Only attacks that return their last iterate change every input they attack.
+        # AutoAttack, Square and CW return a sample unchanged when they fail on it.
+        if spec.name in ITERATE_ATTACKS and spec.epsilon is not None and spec.epsilon > 0:
+            correct = context.clean_correct
+            changed = int((outcome.l2[correct] > 0).sum())
+            warning = sanity.check_unchanged(changed, int(correct.sum()), spec.label)
             if warning:
                 warnings.append(warning)
 
@@ -327,12 +387,13 @@ class Evaluator:
         # Samples misclassified clean need no perturbation: norm 0, reported separately.
         l2 = torch.where(correct, outcome.l2, torch.zeros_like(outcome.l2))
         linf = torch.where(correct, outcome.linf, torch.zeros_like(outcome.linf))
-        self.store.save_sample_norms(
-            context.key(spec, "minimum-norm"),
-            l2=l2.numpy(),
-            linf=linf.numpy(),
-            fooled=fooled.numpy(),
-        )
+        if distributed.is_main_process():
+            self.store.save_sample_norms(
+                context.key(spec, "minimum-norm"),
+                l2=l2.numpy(),
+                linf=linf.numpy(),
+                fooled=fooled.numpy(),
+            )
 
     def _sanity(
         self,
@@ -351,7 +412,7 @@ class Evaluator:
         if kind == "white-box":
             fraction = self._cached(
                 ("zero-gradient", id(target)),
-                lambda: sanity.zero_gradient_fraction(target, context.images, context.labels),
+                lambda: self._zero_gradient_fraction(target, context.images, context.labels),
             )
             row["zero_gradient_fraction"] = fraction
             warning = sanity.check_zero_gradients(fraction)
@@ -405,6 +466,7 @@ class Evaluator:
         row = self._cache.get(("row", spec.label, kind))
         if row is None:
             row = self.store.get(context.key(spec, kind))
+            row = distributed.broadcast_object(row, f"stored row {spec.label} {kind}")
         return row
 
     def _robust_accuracy(
@@ -418,9 +480,10 @@ class Evaluator:
         labels = context.labels[:limit]
         if not len(labels):
             return math.nan
-        x_adv, _, _, _ = self._attack(model, images, labels, spec, context.request.seed)
-        correct = context.clean_correct[:limit]
-        robust = correct & (_predict(context.models.target, x_adv, 256) == labels)
+        attacked = self._attack_examples(
+            model, context.models.target, images, labels, spec, context.request.seed
+        )
+        robust = context.clean_correct[:limit] & attacked.adversarial_correct
         return float(robust.float().mean())
 
     def _cached(self, key: tuple, compute: Callable[[], float]) -> float:
@@ -442,7 +505,12 @@ class _Context:
         return self.request.model
 
     def source_name(self, kind: str) -> str:
-        return str(self.request.transfer_from) if kind == "transfer" else ""
+        if kind != "transfer":
+            return ""
+        seed = self.request.transfer_seed
+        if seed is None or seed == self.request.seed:
+            return str(self.request.transfer_from)
+        return f"{self.request.transfer_from}-seed{seed}"
 
     def key(self, spec: AttackSpec, kind: str) -> dict[str, Any]:
         config = self.models.target_config
@@ -458,6 +526,7 @@ class _Context:
             "kind": kind,
             "source": self.source_name(kind),
             "seed": self.request.seed,
+            "checkpoint": config.name,
         }
 
     def base_row(self, spec: AttackSpec, kind: str) -> dict[str, Any]:

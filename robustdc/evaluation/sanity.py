@@ -48,6 +48,13 @@ def zero_gradient_fraction(
     model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 256
 ) -> float:
     """Return the fraction of samples whose cross-entropy input gradient is exactly 0."""
+    return count_zero_gradients(model, images, labels, batch_size) / max(1, len(images))
+
+
+def count_zero_gradients(
+    model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 256
+) -> int:
+    """Return the number of samples whose cross-entropy input gradient is exactly 0."""
     was_training = [module.training for module in model.modules()]
     saved_grads = {name: p.grad for name, p in model.named_parameters()}
     model.eval()
@@ -65,7 +72,7 @@ def zero_gradient_fraction(
             module.train(training)
         for name, parameter in model.named_parameters():
             parameter.grad = saved_grads[name]
-    return zero / max(1, len(images))
+    return zero
 
 
 def check_iterative_vs_fgsm(
@@ -124,7 +131,8 @@ def check_deepfool_success(success_rate: float, n_not_fooled: int) -> str | None
 def check_unchanged(n_changed: int, n_examples: int, attack: str) -> str | None:
     if n_examples and n_changed == 0:
         return (
-            f"{attack} returned every input unchanged: the attack did not run or found no "
-            "gradient, so its robust accuracy is the clean accuracy, not a robustness"
+            f"{attack} returned every correctly classified input unchanged: the attack did "
+            "not run or found no gradient, so its robust accuracy is the clean accuracy, "
+            "not a robustness"
         )
     return None

@@ -13,7 +13,7 @@ from robustdc.ops.functional import (
     OPERATORS,
     WEIGHTINGS,
 )
-from robustdc.ops.layers import DecoupledConv2d, DecoupledLinear
+from robustdc.ops.layers import DecoupledConv2d, DecoupledLinear, sync_patch_norms
 from robustdc.ops.optim import (
     WeightProjection,
     decoupled_layers,
@@ -36,5 +36,6 @@ __all__ = [
     "decoupled_layers",
     "orthogonal_penalty",
     "project_weights",
+    "sync_patch_norms",
     "weight_gradients",
 ]

@@ -41,11 +41,14 @@ The operator radius ``rho`` (``radius``, init 1) is stored as a free parameter `
 (the default, after the paper's appendix B) ``|x|`` is compared with ``rho * E|x|``: in
 training mode ``E|x|`` is the batch mean patch norm, which also updates the running mean
 (``running_norm``) like BatchNorm's running statistics; eval mode uses ``running_norm``.
+After :func:`sync_patch_norms` the batch mean is averaged over the ranks of a
+distributed run.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -74,6 +77,9 @@ class _DecoupledOperator:
     magnitude: str
     angular: str
     weighting: str
+    #: Process group over which training mode averages the batch mean patch norm, or
+    #: None to use this process's batch alone; set it with :func:`sync_patch_norms`.
+    patch_norm_group: Any = None
 
     def _init_operator(
         self,
@@ -152,6 +158,8 @@ class _DecoupledOperator:
             return radius
         if self.training:
             batch_mean = x_norm.mean()
+            if self.patch_norm_group is not None:
+                batch_mean = _MeanOverRanks.apply(batch_mean, self.patch_norm_group)
             with torch.no_grad():
                 # NOTE: a cumulative average over the first 1/momentum batches, then the
                 # exponential one; the paper's decay 0.999 alone would take thousands of
@@ -200,6 +208,51 @@ class _DecoupledOperator:
         if self.uses_radius:
             parts.append(f"adaptive_radius={self.adaptive_radius}")
         return ", ".join(parts)
+
+
+class _MeanOverRanks(torch.autograd.Function):
+    """Mean of a tensor over the ranks of a process group, with its gradient.
+
+    The output ``(1/N) sum_r x_r`` is the same on every rank, so the gradient of the
+    summed loss of all ranks with respect to ``x_s`` is ``(1/N) sum_r g_r``, where
+    ``g_r`` is the gradient arriving at rank r: backward all-reduces it as well.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, value: Tensor, group: Any) -> Tensor:
+        ctx.group = group
+        total = value.clone()
+        torch.distributed.all_reduce(total, group=group)
+        return total / torch.distributed.get_world_size(group)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        total = grad.clone()
+        torch.distributed.all_reduce(total, group=ctx.group)
+        return total / torch.distributed.get_world_size(ctx.group), None
+
+
+def sync_patch_norms(model: nn.Module, process_group: Any) -> int:
+    """Make the adaptive-radius layers of ``model`` average their batch mean patch norm.
+
+    In training mode each such layer then uses, and adds to ``running_norm``, the mean
+    of the batch mean patch norms of all ranks of ``process_group``
+    (``torch.distributed.group.WORLD`` for every rank), with one all-reduce of a scalar
+    per layer in the forward pass and one in the backward pass. When every rank's batch
+    has the same size, which is the case with a ``DistributedSampler``, that is the mean
+    patch norm of the batches of all ranks together. ``None`` turns the averaging off.
+    While it is on, every rank must run the same forward passes in training mode, or
+    the all-reduce blocks until the process group times out.
+
+    Returns:
+        the number of layers changed.
+    """
+    changed = 0
+    for module in model.modules():
+        if isinstance(module, _DecoupledOperator) and module.adaptive_radius:
+            module.patch_norm_group = process_group
+            changed += 1
+    return changed
 
 
 def _norm_dtype(dtype: torch.dtype) -> torch.dtype:

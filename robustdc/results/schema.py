@@ -80,7 +80,9 @@ COLUMNS: tuple[Column, ...] = (
     *_norm_columns("linf"),
     Column("n_not_fooled", "count", "DeepFool: clean-correct examples it could not flip"),
     # Provenance.
-    Column("checkpoint", "str", "name of the evaluated model's checkpoint folder"),
+    # Key as well: two checkpoints of one operator (another seed, width or epoch count)
+    # must not share rows.
+    Column("checkpoint", "str", "name of the evaluated model's checkpoint folder", key=True),
     Column("seconds", "float", "wall-clock seconds of the attack"),
     Column("library", "str", "torchattacks or foolbox"),
     Column("library_version", "str", "version of the attack library"),

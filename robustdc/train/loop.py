@@ -21,6 +21,9 @@ The examples are crafted in eval mode; :mod:`robustdc.train.adversarial` explain
 The reported training loss and accuracy are those of the inputs actually trained on, so
 for adversarial training they include the adversarial examples. The test accuracy is on
 the clean test split.
+
+Under torchrun (a process group with more than one rank) training is data-parallel, as
+described in :mod:`robustdc.train.parallel`, and only rank 0 writes the checkpoint.
 """
 
 from __future__ import annotations
@@ -38,11 +41,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LRScheduler, MultiStepLR, ReduceLROnPlateau
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
+from robustdc import distributed
 from robustdc.data import ImageDataset, load_dataset
 from robustdc.ops import WeightProjection, orthogonal_penalty, weight_gradients
+from robustdc.train import parallel
 from robustdc.train.adversarial import adversarial_examples
 from robustdc.train.calibration import calibrate_running_stats
 from robustdc.train.checkpoint import (
@@ -123,6 +128,7 @@ def train(
     data_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
     download: bool = True,
+    sync_batch_norm: bool = False,
 ) -> TrainResult:
     """Train the model of ``config`` into ``checkpoint_dir(workdir, config)``.
 
@@ -130,6 +136,11 @@ def train(
     of the same config, and loads without training when it has a finished one.
     Training seeds the global generators of Python's ``random``, numpy and torch with
     ``config.seed``.
+
+    When torch's default process group has more than one rank, every rank must call
+    this with the same arguments and see the same workdir. Training is then
+    data-parallel (see :mod:`robustdc.train.parallel`), only rank 0 writes files, and
+    every rank returns after the checkpoint is complete.
 
     Args:
         config: what to train.
@@ -139,16 +150,28 @@ def train(
         data_dir: dataset folder; see :func:`robustdc.data.resolve_data_dir`.
         progress: show a progress bar per epoch when stderr is a terminal.
         download: download a missing dataset with torchvision.
+        sync_batch_norm: in a distributed run, train with ``nn.SyncBatchNorm``
+            (CUDA only). One process ignores it.
 
     Raises:
         CheckpointError: the folder contains an invalid checkpoint or one of another
             config. The folder is left as it is.
         DatasetNotFoundError: the dataset files are missing and could not be
             downloaded.
+        ValueError: in a distributed run, ``config.batch_size`` is not a multiple of
+            the number of ranks, or ``sync_batch_norm`` is set on the CPU.
+        RankMismatchError: in a distributed run, the ranks see different checkpoints.
     """
     device = torch.device(device)
+    parallel.check_sync_batch_norm(sync_batch_norm, device)
+    if distributed.is_distributed():
+        parallel.rank_batch_size(config.batch_size)
+    main_process = distributed.is_main_process()
     folder = checkpoint_dir(workdir, config)
     info = _existing_checkpoint(folder, config)
+    distributed.check_same(
+        f"the finished epochs of {folder}", None if info is None else info.epochs_completed
+    )
     if info is not None and info.epochs_completed >= config.epochs:
         model, stored = load_checkpoint(folder, device=device, expected=config)
         logger.info(
@@ -168,14 +191,15 @@ def train(
         limit=config.train_limit,
     )
     test_set = load_dataset(config.dataset, "test", data_dir=data_dir, download=download)
-    run = _TrainingRun(config, device, train_set)
+    run = _TrainingRun(config, device, train_set, sync_batch_norm=sync_batch_norm)
 
     created = utc_now()
     rows: list[dict[str, float]] = []
     start_epoch = 0
     if info is None:
-        folder.mkdir(parents=True, exist_ok=True)
-        write_config(folder, config, epochs_completed=0, created=created, test_accuracy=None)
+        if main_process:
+            folder.mkdir(parents=True, exist_ok=True)
+            write_config(folder, config, epochs_completed=0, created=created, test_accuracy=None)
     else:
         created = info.created or created
         state = _read_state(folder, info, device)
@@ -188,11 +212,12 @@ def train(
                 start_epoch,
                 config.epochs,
             )
-        if start_epoch > info.epochs_completed:
+        distributed.check_same(f"the epoch to resume {folder} from", start_epoch)
+        if start_epoch > info.epochs_completed and main_process:
             # A crash after writing state.pt and before config.json: finish that commit.
             _commit(folder, config, run, start_epoch, rows, created)
 
-    show_progress = progress and sys.stderr.isatty()
+    show_progress = progress and sys.stderr.isatty() and main_process
     for epoch in range(start_epoch + 1, config.epochs + 1):
         lr = run.optimizer.param_groups[0]["lr"]
         started = time.perf_counter()
@@ -200,7 +225,8 @@ def train(
         calibrate_running_stats(
             run.model, _calibration_batches(train_set, config.batch_size, device)
         )
-        test_accuracy = evaluate_accuracy(run.model, test_set, device=device)
+        distributed.broadcast_buffers(run.model)
+        test_accuracy = _test_accuracy(run.model, test_set, device)
         seconds = time.perf_counter() - started
         run.step_scheduler(loss)
 
@@ -214,7 +240,8 @@ def train(
                 "seconds": seconds,
             }
         )
-        _commit(folder, config, run, epoch, rows, created)
+        if main_process:
+            _commit(folder, config, run, epoch, rows, created)
         logger.info(
             "%s epoch %d/%d: loss %.4f, train accuracy %.2f%%, test accuracy %.2f%%, "
             "lr %.3g, %.1f s",
@@ -229,6 +256,10 @@ def train(
         )
 
     run.model.eval()
+    # Drop DistributedDataParallel, which removes its gradient hooks from the parameters.
+    run.train_module = run.model
+    # The other ranks wait until rank 0 has written the last epoch.
+    distributed.barrier(f"{folder} written")
     metrics = pd.DataFrame(rows, columns=list(METRIC_COLUMNS))
     return TrainResult(
         run.model,
@@ -251,23 +282,55 @@ def evaluate_accuracy(
 
     The model runs in eval mode and gets its previous mode back afterwards.
     """
+    correct = _count_correct(model, dataset, 0, len(dataset), device, batch_size)
+    return correct / max(len(dataset), 1)
+
+
+def _test_accuracy(model: nn.Module, dataset: ImageDataset, device: torch.device) -> float:
+    """Return :func:`evaluate_accuracy`, with the batches shared out among the ranks."""
+    if not distributed.is_distributed():
+        return evaluate_accuracy(model, dataset, device=device)
+    start, stop = distributed.shard_range(len(dataset), EVAL_BATCH_SIZE)
+    correct = _count_correct(model, dataset, start, stop, device, EVAL_BATCH_SIZE)
+    (correct,) = distributed.sum_over_ranks("test accuracy", (correct,))
+    return correct / max(len(dataset), 1)
+
+
+@torch.no_grad()
+def _count_correct(
+    model: nn.Module,
+    dataset: ImageDataset,
+    start: int,
+    stop: int,
+    device: torch.device | str,
+    batch_size: int,
+) -> int:
+    """Count the correctly classified images ``start`` to ``stop`` in eval mode."""
     was_training = model.training
     model.eval()
     correct = 0
     try:
-        for start in range(0, len(dataset), batch_size):
-            x = dataset.images[start : start + batch_size].to(device).float().div_(255.0)
-            labels = dataset.labels[start : start + batch_size].to(device)
+        for begin in range(start, stop, batch_size):
+            end = min(begin + batch_size, stop)
+            x = dataset.images[begin:end].to(device).float().div_(255.0)
+            labels = dataset.labels[begin:end].to(device)
             correct += int((model(x).argmax(dim=1) == labels).sum())
     finally:
         model.train(was_training)
-    return correct / max(len(dataset), 1)
+    return correct
 
 
 class _TrainingRun:
     """Model, optimizer, scheduler and data order of one training run."""
 
-    def __init__(self, config: TrainConfig, device: torch.device, train_set: ImageDataset):
+    def __init__(
+        self,
+        config: TrainConfig,
+        device: torch.device,
+        train_set: ImageDataset,
+        *,
+        sync_batch_norm: bool = False,
+    ):
         self.config = config
         self.device = device
 
@@ -282,18 +345,42 @@ class _TrainingRun:
             else None
         )
         self.loader_generator = torch.Generator().manual_seed(config.seed)
+        # The module that training steps call: the model itself, or DDP over a view of it.
+        self.train_module: nn.Module = self.model
+        self.sampler: DistributedSampler | None = None
+        if not distributed.is_distributed():
+            self.loader = DataLoader(
+                train_set,
+                batch_size=config.batch_size,
+                shuffle=True,
+                generator=self.loader_generator,
+                num_workers=0,
+            )
+            return
+        # NOTE: every rank keeps the same global random state (seeded alike, drawing the
+        # same amounts), so PGD random starts and CIFAR crops and flips repeat across
+        # ranks, on different images. That lets rank 0's state.pt resume every rank.
+        self.sampler = parallel.distributed_sampler(train_set, config.seed)
         self.loader = DataLoader(
             train_set,
-            batch_size=config.batch_size,
-            shuffle=True,
+            batch_size=parallel.rank_batch_size(config.batch_size),
+            sampler=self.sampler,
             generator=self.loader_generator,
             num_workers=0,
         )
+        self.train_module = parallel.data_parallel(
+            self.model, device, sync_batch_norm=sync_batch_norm
+        )
 
     def train_epoch(self, epoch: int, show_progress: bool) -> tuple[float, float]:
-        """Run one epoch; return the mean training loss and the training accuracy."""
+        """Run one epoch; return the mean training loss and the training accuracy.
+
+        In a distributed run both are over the examples of every rank.
+        """
         config = self.config
-        self.model.train()
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+        self.train_module.train()
         total_loss = 0.0
         correct = 0
         count = 0
@@ -309,7 +396,7 @@ class _TrainingRun:
             labels = labels.to(self.device)
             inputs = self._training_inputs(x, labels)
 
-            logits = self.model(inputs)
+            logits = self.train_module(inputs)
             loss = F.cross_entropy(logits, labels)
             objective = loss
             if config.orthogonal_penalty:
@@ -327,6 +414,9 @@ class _TrainingRun:
             correct += int((logits.argmax(dim=1) == labels).sum())
             count += len(labels)
             batches.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+        total_loss, correct, count = distributed.sum_over_ranks(
+            "training loss and accuracy", (total_loss, correct, count)
+        )
         return total_loss / count, correct / count
 
     def _training_inputs(self, x: Tensor, labels: Tensor) -> Tensor:
