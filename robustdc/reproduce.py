@@ -106,14 +106,14 @@ class Preset:
             ours, theirs = getattr(ours_config, key), getattr(theirs_config, key)
             if ours != theirs:
                 lines.append(f"training {key}: {_text(ours)} instead of {_text(theirs)}")
-        for key, what in (
+        for key, subject in (
             ("n_examples", "FGSM and BIM test images"),
             ("deepfool_examples", "DeepFool test images"),
             ("autoattack_examples", "AutoAttack test images"),
         ):
             ours, theirs = getattr(self, key), getattr(paper, key)
             if ours != theirs:
-                lines.append(f"{what}: {_count(ours)} instead of {_count(theirs)}")
+                lines.append(f"{subject}: {_count(ours)} instead of {_count(theirs)}")
         ours_config = _config(self.features_dataset, FEATURES_ARCH, self.features_overrides)
         theirs_config = _config(paper.features_dataset, FEATURES_ARCH, paper.features_overrides)
         for key in sorted(set(self.features_overrides) | set(paper.features_overrides)):

@@ -235,10 +235,10 @@ class _MeanOverRanks(torch.autograd.Function):
 def sync_patch_norms(model: nn.Module, process_group: Any) -> int:
     """Make the adaptive-radius layers of ``model`` average their batch mean patch norm.
 
-    In training mode each such layer then uses, and adds to ``running_norm``, the mean
-    of the batch mean patch norms of all ranks of ``process_group``
-    (``torch.distributed.group.WORLD`` for every rank), with one all-reduce of a scalar
-    per layer in the forward pass and one in the backward pass. When every rank's batch
+    In training mode each such layer then uses the mean of the batch mean patch norms
+    of all ranks of ``process_group`` (``torch.distributed.group.WORLD`` for every
+    rank), and adds it to ``running_norm``. This costs one all-reduce of a scalar per
+    layer in the forward pass and one in the backward pass. When every rank's batch
     has the same size, which is the case with a ``DistributedSampler``, that is the mean
     patch norm of the batches of all ranks together. ``None`` turns the averaging off.
     While it is on, every rank must run the same forward passes in training mode, or
