@@ -334,6 +334,7 @@ _TABLE_LINES = (
     ("FGSM white-box %", "fgsm", "white-box", "robust_accuracy"),
     ("BIM white-box %", "bim", "white-box", "robust_accuracy"),
     ("AutoAttack white-box %", "autoattack", "white-box", "robust_accuracy"),
+    ("BIM on the AutoAttack images %", "autoattack", "white-box", "bim_robust_accuracy"),
     ("FGSM transfer %", "fgsm", "transfer", "robust_accuracy"),
     ("BIM transfer %", "bim", "transfer", "robust_accuracy"),
     ("DeepFool L2 median", "deepfool/l2", "minimum-norm", "l2_median"),

@@ -122,6 +122,34 @@ def test_identity_attack_weaker_than_fgsm(workdir):
     assert any("weaker than single-step FGSM" in w for w in warnings)
 
 
+def test_pgd_row_records_bim_on_same_examples(workdir):
+    spec = make_spec("pgd", epsilon=0.1, steps=20)
+    row = Evaluator(workdir, progress=False).evaluate(_request([spec])).rows[0]
+
+    bim = make_spec("bim", epsilon=0.1)
+    alone = Evaluator(workdir, progress=False).evaluate(_request([bim])).rows[0]
+    assert row["bim_robust_accuracy"] == pytest.approx(alone["robust_accuracy"])
+    stored = ResultsStore(workdir).read().set_index("attack")
+    assert math.isnan(stored.loc["bim", "bim_robust_accuracy"])
+    assert stored.loc["pgd", "bim_robust_accuracy"] == pytest.approx(alone["robust_accuracy"])
+    assert json.loads(row["warnings"]) == []
+
+
+def test_identity_pgd_weaker_than_bim(workdir):
+    spec = make_spec("pgd", epsilon=0.3, steps=20)
+
+    def identity_pgd(model, images, labels, spec, **kwargs):
+        if spec.name == "pgd":
+            return identity_attack(model, images, labels, spec, **kwargs)
+        return run_attack(model, images, labels, spec, **kwargs)
+
+    evaluator = Evaluator(workdir, progress=False, run_attack=identity_pgd)
+    row = evaluator.evaluate(_request([spec])).rows[0]
+    warnings = json.loads(row["warnings"])
+    assert row["bim_robust_accuracy"] < row["robust_accuracy"]
+    assert any("weaker than 10-step BIM" in w for w in warnings)
+
+
 def test_attack_leaving_train_mode_rejected(workdir):
     def leaves_train_mode(model, images, labels, spec, **kwargs):
         output = run_attack(model, images, labels, spec, **kwargs)

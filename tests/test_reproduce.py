@@ -72,7 +72,7 @@ def test_tiny_run_fills_every_table_cell(first_run) -> None:
 
     table = protocol_table(results, preset)
 
-    assert len(table) == len(preset.trainings) * 8
+    assert len(table) == len(preset.trainings) * 9
     for line in table.to_dict("records"):
         for operator in preset.operators:
             if not math.isnan(line[operator]):

@@ -158,6 +158,7 @@ def test_schema_names_unique():
         "linf_p90",
         "seconds",
         "fgsm_robust_accuracy",
+        "bim_robust_accuracy",
         "large_epsilon_robust_accuracy",
         "zero_gradient_fraction",
         "deepfool_success_rate",

@@ -433,6 +433,19 @@ class Evaluator:
                 if warning:
                     warnings.append(warning)
 
+        if kind == "white-box" and spec.norm == "linf" and spec.name not in ("fgsm", "bim"):
+            # A stronger attack (PGD, AutoAttack, ...) should beat plain BIM on the same
+            # examples; this also puts BIM's number next to it in the row.
+            bim = attack_lib.make_spec("bim", norm="linf", epsilon=spec.epsilon)
+            bim_accuracy = self._cached(
+                ("bim", id(target), spec.epsilon),
+                lambda: self._robust_accuracy(context, target, bim),
+            )
+            row["bim_robust_accuracy"] = bim_accuracy
+            warning = sanity.check_stronger_vs_bim(spec.label, robust_accuracy, bim_accuracy, n)
+            if warning:
+                warnings.append(warning)
+
         if kind == "white-box":
             input_numel = int(context.images[0].numel()) if n else 1
             epsilon = sanity.large_epsilon(spec.norm, input_numel)

@@ -4,6 +4,7 @@ A robust accuracy is only as good as the attack behind it. These checks look for
 usual signs that the attack failed rather than the model resisted:
 
 * an iterative attack weaker than single-step FGSM at the same epsilon;
+* a stronger Linf attack (PGD, AutoAttack) weaker than 10-step BIM on the same examples;
 * a white-box attack weaker than a transfer attack from another model;
 * robust accuracy that does not fall to about 0 at a huge epsilon;
 * inputs whose loss gradient is exactly zero (saturated softmax or activations);
@@ -83,6 +84,18 @@ def check_iterative_vs_fgsm(
             f"{attack} is weaker than single-step FGSM at the same epsilon "
             f"({robust_accuracy:.1%} vs {fgsm_accuracy:.1%} robust accuracy): the iterative "
             "attack is failing, a sign of gradient masking"
+        )
+    return None
+
+
+def check_stronger_vs_bim(
+    attack: str, robust_accuracy: float, bim_accuracy: float, n_examples: int
+) -> str | None:
+    if robust_accuracy > bim_accuracy + _slack(n_examples):
+        return (
+            f"{attack} is weaker than 10-step BIM on the same examples "
+            f"({robust_accuracy:.1%} vs {bim_accuracy:.1%} robust accuracy): the stronger "
+            "attack is failing; check its steps and step size"
         )
     return None
 

@@ -94,6 +94,11 @@ COLUMNS: tuple[Column, ...] = (
     # Sanity checks; NaN when not measured.
     Column("fgsm_robust_accuracy", "float", "robust accuracy under FGSM, same epsilon"),
     Column(
+        "bim_robust_accuracy",
+        "float",
+        "robust accuracy under 10-step BIM, same epsilon and examples (stronger Linf attacks)",
+    ),
+    Column(
         "large_epsilon_robust_accuracy",
         "float",
         "robust accuracy at a very large epsilon; should be near 0",
