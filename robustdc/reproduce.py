@@ -156,7 +156,7 @@ PRESETS: dict[str, Preset] = {
     # and DeepFool cost tens of gradient steps per image, so they get the fewest images.
     "cpu": Preset(
         name="cpu",
-        description="the paper's protocol sized for about an hour on a 2-core CPU",
+        description="the paper's protocol sized for 45 minutes on a 2-core CPU",
         train_overrides={
             "width": 0.5,
             "batch_norm": True,

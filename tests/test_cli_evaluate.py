@@ -113,6 +113,10 @@ BAD_INPUTS = [
     (["--training", "adversarial"], "unknown training 'adversarial'"),
     (["--transfer-from", "basline"], "did you mean 'baseline'"),
     (["--device", "tpu"], "invalid --device 'tpu'"),
+    (
+        ["--attack", "autoattack"],
+        "autoattack is not in the attack suite 'default'.*--epsilon.*--suite strong",
+    ),
 ]
 
 
@@ -141,3 +145,22 @@ def test_foreign_results_file_rejected_untouched(tmp_path, capsys):
     assert str(foreign) in capsys.readouterr().err
     assert foreign.read_text() == "name,score\nalice,3\n"
     assert not (workdir / "models").exists()
+
+
+def test_attack_outside_suite_takes_epsilon():
+    from robustdc.cli import build_parser
+    from robustdc.cli.evaluate_cmd import _specs
+
+    arguments = [
+        "evaluate",
+        "--model",
+        "tanhconv",
+        "--attack",
+        "autoattack",
+        "--epsilon",
+        "0.1,0.2",
+    ]
+    specs = _specs(build_parser().parse_args(arguments))
+
+    assert [spec.name for spec in specs] == ["autoattack", "autoattack"]
+    assert [spec.epsilon for spec in specs] == pytest.approx([0.1, 0.2])

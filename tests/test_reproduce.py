@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from pathlib import Path
 
 import pytest
 
-from robustdc.cli import reproduce_cmd
+from robustdc.cli import main, reproduce_cmd
 from robustdc.evaluation import Evaluator
 from robustdc.reproduce import PRESETS, checkpoint_names, protocol_table, run_protocol
 
@@ -156,3 +157,31 @@ def test_interrupted_run_continues(data_dir: Path, tmp_path: Path) -> None:
     assert len(resumed.reused) == 4
     assert len(resumed.rows) == 2 * 7 - 4
     assert resumed.trained == [checkpoint_names(preset)[("tanhconv", "natural")]]
+
+
+BAD_INPUTS = [
+    (["--preset", "gpu"], "unknown --preset 'gpu'"),
+    (["--out", "OUT/report.pdf"], "is not an .html file"),
+    (["--out", "FILE/report.html"], "FILE is a file, not a folder"),
+    (["--workdir", "FILE"], "--workdir .*FILE is a file, not a folder"),
+    (["--seed", "-1"], r"seed '-1' is outside \[0, 4294967295\]"),
+    (["--device", "tpu"], "invalid --device 'tpu'"),
+]
+
+
+@pytest.mark.parametrize(("extra", "message"), BAD_INPUTS, ids=lambda v: str(v))
+def test_bad_input_fails_before_training(extra, message, tmp_path, capsys) -> None:
+    (tmp_path / "FILE").write_text("not a folder")
+    extra = [item.replace("OUT", str(tmp_path / "out")) for item in extra]
+    extra = [item.replace("FILE", str(tmp_path / "FILE")) for item in extra]
+    arguments = ["reproduce", "--workdir", str(tmp_path / "runs"), "--device", "cpu", *extra]
+
+    with pytest.raises(SystemExit) as raised:
+        main(arguments)
+
+    assert raised.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 or "usage:" in error
+    assert re.search(message, error), error
+    assert not (tmp_path / "runs").exists()
+    assert (tmp_path / "FILE").read_text() == "not a folder"

@@ -31,7 +31,7 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="auto (CUDA when available), cpu, cuda or cuda:N (default: auto)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--seed", type=seed_int, default=0, help="random seed (default: 0)")
     parser.add_argument(
         "--data-dir",
         type=Path,
@@ -111,6 +111,23 @@ def check_choice(option: str, value: str, allowed: Iterable[str]) -> str:
     close = difflib.get_close_matches(value, allowed, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     raise UsageError(f"unknown {option} {value!r}; expected one of: {', '.join(allowed)}{hint}")
+
+
+#: Largest seed numpy accepts.
+MAX_SEED = 2**32 - 1
+
+
+def seed_int(text: str) -> int:
+    """argparse type for seeds: integers from 0 to ``MAX_SEED``."""
+    try:
+        value = int(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from err
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(
+            f"seed {text!r} is outside [0, {MAX_SEED}]; give e.g. --seed 0"
+        )
+    return value
 
 
 def positive_int(text: str) -> int:

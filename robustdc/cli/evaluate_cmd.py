@@ -120,10 +120,7 @@ def _specs(args: argparse.Namespace) -> list:
         if args.norm is not None:
             specs = [spec for spec in specs if spec.norm == args.norm]
         if not specs:
-            try:
-                specs = [attack_lib.make_spec(args.attack, norm=args.norm)]
-            except ValueError as err:
-                raise UsageError(str(err)) from err
+            specs = [_spec_outside_suite(args, suite_name)]
     if args.norm is not None:
         check_choice("norm", args.norm, ["linf", "l2"])
         specs = [spec for spec in specs if spec.norm == args.norm]
@@ -136,6 +133,34 @@ def _specs(args: argparse.Namespace) -> list:
             raise UsageError(str(err)) from err
     # A suite with several epsilons for one attack yields duplicates after --epsilon.
     return list(dict.fromkeys(specs))
+
+
+def _spec_outside_suite(args: argparse.Namespace, suite_name: str):
+    """Build the attack that the suite lacks, at the first ``--epsilon`` value if given.
+
+    ``_specs`` then expands the spec to every ``--epsilon`` value.
+    """
+    from robustdc import attacks as attack_lib
+
+    epsilon = parse_epsilons(args.epsilon)[0] if args.epsilon is not None else None
+    try:
+        return attack_lib.make_spec(args.attack, norm=args.norm, epsilon=epsilon)
+    except ValueError as err:
+        if epsilon is not None or "needs an epsilon" not in str(err):
+            raise UsageError(str(err)) from err
+    having = []
+    for name in attack_lib.list_suites():
+        try:
+            suite = attack_lib.load_suite(name, args.dataset)
+        except (ValueError, FileNotFoundError):
+            continue
+        if any(spec.name == args.attack for spec in suite):
+            having.append(name)
+    hint = f" or --suite {' / '.join(having)}" if having else ""
+    raise UsageError(
+        f"{args.attack} is not in the attack suite {suite_name!r} for {args.dataset} and "
+        f"needs an epsilon; give --epsilon, e.g. --epsilon 8/255{hint}"
+    )
 
 
 def _format_percent(value: float) -> str:

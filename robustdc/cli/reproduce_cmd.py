@@ -36,14 +36,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--preset",
         default="cpu",
-        help="cpu (about an hour on a 2-core CPU) or paper (full CIFAR-10, for a GPU); "
-        "default: cpu",
+        help="cpu (45 minutes on a 2-core CPU) or paper (full CIFAR-10, for a GPU); default: cpu",
     )
     parser.add_argument(
         "--out",
         type=Path,
         default=None,
-        help="HTML report path (default: reports/reproduce-PRESET.html)",
+        help="HTML report path; its folder is created (default: reports/reproduce-PRESET.html)",
     )
     add_common_options(parser)
     parser.set_defaults(run=run)
@@ -70,9 +69,10 @@ def run(args: argparse.Namespace) -> int:
     if preset.transfer_seed == preset.seed:
         preset = preset.replace(transfer_seed=preset.seed + 1)
     device = resolve_device(args.device)
+    out = args.out or Path("reports") / f"reproduce-{preset.name}.html"
+    _check_paths(args.workdir, out)
+    # run_protocol logs the preset's reductions, one line each.
     print(f"preset {preset.name}: {preset.description}")
-    for line in preset.reductions():
-        print(f"  reduced: {line}")
 
     try:
         report = run_protocol(
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
             draw_features=draw_features,
             write_report=functools.partial(
                 write_report,
-                out=args.out or Path("reports") / f"reproduce-{preset.name}.html",
+                out=out,
                 command_line=shlex.join(["robustdc", *getattr(args, "argv", sys.argv[1:])]),
             ),
         )
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"warning: {row['checkpoint']} {row['attack']} {row['kind']}: {warning}")
     print(
         f"{len(report.rows)} new row(s), {len(report.reused)} reused, "
-        f"{len(report.trained)} model(s) trained"
+        f"{len(report.trained)} {preset.dataset} model(s) trained"
     )
     for title, seconds in report.stage_seconds.items():
         print(f"  {title}: {seconds:.0f} s")
@@ -123,6 +123,25 @@ def run(args: argparse.Namespace) -> int:
     print(f"results: {report.results_path}")
     logger.info("reproduce finished in %.1f s", time.perf_counter() - start)
     return 0
+
+
+def _check_paths(workdir: Path, out: Path) -> None:
+    """Reject a workdir or report path that cannot work, before any training starts."""
+    if workdir.exists() and not workdir.is_dir():
+        raise UsageError(
+            f"--workdir {workdir} is a file, not a folder; give a folder, e.g. --workdir runs"
+        )
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise UsageError(f"--out {out} is not an .html file; give e.g. --out reports/report.html")
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a folder; give an .html file path inside it")
+    for folder in (out.parent, *out.parent.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise UsageError(
+                    f"--out {out}: {folder} is a file, not a folder; choose another --out"
+                )
+            break
 
 
 def draw_features(*, preset, workdir, device, data_dir, progress):
