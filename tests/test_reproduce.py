@@ -166,6 +166,7 @@ BAD_INPUTS = [
     (["--workdir", "FILE"], "--workdir .*FILE is a file, not a folder"),
     (["--seed", "-1"], r"seed '-1' is outside \[0, 4294967295\]"),
     (["--device", "tpu"], "invalid --device 'tpu'"),
+    (["--data-dir", "OUT/missing"], "--data-dir .*missing is not a folder"),
 ]
 
 
@@ -185,3 +186,4 @@ def test_bad_input_fails_before_training(extra, message, tmp_path, capsys) -> No
     assert re.search(message, error), error
     assert not (tmp_path / "runs").exists()
     assert (tmp_path / "FILE").read_text() == "not a folder"
+    assert not (tmp_path / "out").exists()

@@ -71,6 +71,12 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     out = args.out or Path("reports") / f"reproduce-{preset.name}.html"
     _check_paths(args.workdir, out)
+    if args.data_dir is not None and not args.data_dir.is_dir():
+        # A missing folder would start a download attempt deep inside the first stage.
+        raise UsageError(
+            f"--data-dir {args.data_dir} is not a folder; give the folder with the CIFAR-10 "
+            "and MNIST data, or create it to let torchvision download them there"
+        )
     # run_protocol logs the preset's reductions, one line each.
     print(f"preset {preset.name}: {preset.description}")
 
