@@ -143,10 +143,10 @@ def _spec_outside_suite(args: argparse.Namespace, suite_name: str):
     from robustdc import attacks as attack_lib
 
     epsilon = parse_epsilons(args.epsilon)[0] if args.epsilon is not None else None
-    try:
-        return attack_lib.make_spec(args.attack, norm=args.norm, epsilon=epsilon)
-    except ValueError as err:
-        if epsilon is not None or "needs an epsilon" not in str(err):
+    if epsilon is not None or attack_lib.ATTACKS[args.attack].kind != "bounded":
+        try:
+            return attack_lib.make_spec(args.attack, norm=args.norm, epsilon=epsilon)
+        except ValueError as err:
             raise UsageError(str(err)) from err
     having = []
     for name in attack_lib.list_suites():

@@ -70,13 +70,7 @@ def run(args: argparse.Namespace) -> int:
         preset = preset.replace(transfer_seed=preset.seed + 1)
     device = resolve_device(args.device)
     out = args.out or Path("reports") / f"reproduce-{preset.name}.html"
-    _check_paths(args.workdir, out)
-    if args.data_dir is not None and not args.data_dir.is_dir():
-        # A missing folder would start a download attempt deep inside the first stage.
-        raise UsageError(
-            f"--data-dir {args.data_dir} is not a folder; give the folder with the CIFAR-10 "
-            "and MNIST data, or create it to let torchvision download them there"
-        )
+    _check_paths(args.workdir, out, args.data_dir)
     # run_protocol logs the preset's reductions, one line each.
     print(f"preset {preset.name}: {preset.description}")
 
@@ -131,8 +125,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_paths(workdir: Path, out: Path) -> None:
-    """Reject a workdir or report path that cannot work, before any training starts."""
+def _check_paths(workdir: Path, out: Path, data_dir: Path | None) -> None:
+    """Reject a workdir, report path or data folder that cannot work, before any training."""
+    if data_dir is not None and not data_dir.is_dir():
+        # A missing folder would start a download attempt deep inside the first stage.
+        raise UsageError(
+            f"--data-dir {data_dir} is not a folder; give the folder with the CIFAR-10 and "
+            "MNIST data, or create it to let torchvision download them there"
+        )
     if workdir.exists() and not workdir.is_dir():
         raise UsageError(
             f"--workdir {workdir} is a file, not a folder; give a folder, e.g. --workdir runs"

@@ -96,7 +96,7 @@ COLUMNS: tuple[Column, ...] = (
     Column(
         "bim_robust_accuracy",
         "float",
-        "robust accuracy under 10-step BIM, same epsilon and examples (stronger Linf attacks)",
+        "robust accuracy under 10-step BIM, same epsilon and examples (Linf PGD, AutoAttack)",
     ),
     Column(
         "large_epsilon_robust_accuracy",
